@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lib import model as _custom_layers  # noqa: F401  (registers them for loading)
 from lib.features import FeatureEncoder
 
 logger = logging.getLogger(__name__)

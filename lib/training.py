@@ -207,5 +207,6 @@ def fit(
         epochs=epochs,
         class_weight=class_weights(train_labels) if balance_classes else None,
         callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, seeded
         verbose=0,
     )

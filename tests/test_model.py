@@ -1,0 +1,85 @@
+"""The losses against their closed form, and behaviour of the network."""
+
+import keras
+import numpy as np
+import pytest
+
+from lib.features import FeatureEncoder
+from lib.model import FocalLoss, build_tabtransformer, focal_loss_value
+from lib.tuning import LOG_SCALED_COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("label", "probability", "alpha", "gamma", "expected"),
+    [
+        # -0.25 * (1 - 0.9)^2 * ln(0.9) = 0.25 * 0.01 * 0.1053605
+        (1.0, 0.9, 0.25, 2.0, 0.000263401290),
+        # -(1 - 0.25) * (1 - 0.1)^2 * ln(0.1) = 0.75 * 0.81 * 2.3025851
+        (0.0, 0.9, 0.25, 2.0, 1.398820444),
+        # gamma 0, alpha 0.5: half the cross-entropy, 0.5 * ln 2
+        (1.0, 0.5, 0.5, 0.0, 0.346573590),
+        # -0.6 * (1 - 0.2)^1 * ln(0.2) = 0.6 * 0.8 * 1.6094379
+        (1.0, 0.2, 0.6, 1.0, 0.772530198),
+    ],
+)
+def test_focal_loss_matches_hand_computed_values(
+    label, probability, alpha, gamma, expected
+):
+    value = focal_loss_value(np.array([label]), np.array([probability]), alpha, gamma)
+    assert float(value[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_focal_loss_agrees_with_keras_balanced_focal_loss():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 64).astype("float32")
+    probabilities = rng.uniform(0.01, 0.99, 64).astype("float32")
+    ours = FocalLoss(alpha=0.3, gamma=1.5)(labels, probabilities)
+    reference = keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=True, alpha=0.3, gamma=1.5
+    )(labels.reshape(-1, 1), probabilities.reshape(-1, 1))
+    assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def encoder_and_rows(prepared_run_dir):
+    from lib.data import read_prepared
+
+    prepared = read_prepared(prepared_run_dir)
+    encoder = FeatureEncoder.fit(prepared.train, "drop", LOG_SCALED_COLUMNS)
+    return encoder, encoder.encode_frame(prepared.validation.head(64))
+
+
+@pytest.mark.parametrize("numeric_embedding", ["periodic", "none"])
+def test_network_gives_one_probability_per_row(encoder_and_rows, numeric_embedding):
+    encoder, rows = encoder_and_rows
+    model = build_tabtransformer(
+        encoder.cardinalities, len(encoder.numeric_columns), n_blocks=1,
+        embedding_dim=16, n_heads=2, numeric_embedding=numeric_embedding,
+    )
+    output = model.predict(rows, verbose=0)
+    assert output.shape == (64, 1)
+    assert np.all((output > 0) & (output < 1))
+
+
+def test_a_row_scores_the_same_alone_or_in_a_batch(encoder_and_rows):
+    encoder, rows = encoder_and_rows
+    model = build_tabtransformer(encoder.cardinalities, len(encoder.numeric_columns))
+    batch = model(rows, training=False).numpy().reshape(-1)
+    single = model({k: v[5:6] for k, v in rows.items()}, training=False).numpy()
+    assert float(single[0, 0]) == pytest.approx(batch[5], abs=1e-6)
+
+
+def test_unknown_numeric_embedding_is_refused():
+    with pytest.raises(ValueError, match="numeric_embedding must be"):
+        build_tabtransformer([3, 4], 2, numeric_embedding="linear")
+
+
+def test_unseen_and_missing_categories_get_their_own_indices(encoder_and_rows):
+    encoder, _ = encoder_and_rows
+    columns = {c: ["Private"] * 3 for c in encoder.categorical_columns}
+    columns["workclass"] = ["Never-seen-before", "?", " Private "]
+    columns.update({c: [1.0, 2.0, 3.0] for c in encoder.numeric_columns})
+    encoded = encoder.encode(columns)
+    workclass = encoder.categorical_columns.index("workclass")
+    private = encoder.vocabularies["workclass"].index("Private") + 2
+    assert encoded["categorical"][:, workclass].tolist() == [0, 1, private]
