@@ -232,7 +232,22 @@ def make_loss(use_focal_loss: bool, focal_alpha: float, focal_gamma: float):
     return keras.losses.BinaryCrossentropy()
 
 
-def make_optimizer(learning_rate, beta_1, beta_2, clipnorm, weight_decay=0.0):
+def make_optimizer(
+    learning_rate,
+    beta_1,
+    beta_2,
+    clipnorm,
+    weight_decay=0.0,
+    lr_schedule="constant",
+    decay_steps=None,
+):
+    """AdamW; a cosine schedule decays the rate to 5% over ``decay_steps``."""
+    if lr_schedule == "cosine" and decay_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=int(decay_steps), alpha=0.05
+        )
+    elif lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be constant or cosine, got {lr_schedule!r}")
     return keras.optimizers.AdamW(
         learning_rate=learning_rate,
         beta_1=beta_1,

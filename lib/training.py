@@ -42,7 +42,9 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {0: 0.5 / (1.0 - positives), 1: 0.5 / positives}
 
 
-def compile_model(model: keras.Model, hyperparameters: Mapping) -> None:
+def compile_model(
+    model: keras.Model, hyperparameters: Mapping, decay_steps: int | None = None
+) -> None:
     model.compile(
         optimizer=make_optimizer(
             hyperparameters["learning_rate"],
@@ -50,6 +52,8 @@ def compile_model(model: keras.Model, hyperparameters: Mapping) -> None:
             hyperparameters["beta_2"],
             hyperparameters["clipnorm"],
             hyperparameters.get("weight_decay", 0.0),
+            hyperparameters.get("lr_schedule", "constant"),
+            decay_steps,
         ),
         loss=make_loss(
             hyperparameters["use_focal_loss"],
@@ -166,12 +170,29 @@ class EpochLogger(keras.callbacks.Callback):
         )
 
 
-def build_and_compile(encoder, hyperparameters: Mapping, seed: int) -> keras.Model:
+def build_and_compile(
+    encoder,
+    hyperparameters: Mapping,
+    seed: int,
+    *,
+    n_rows: int | None = None,
+    batch_size: int | None = None,
+    schedule_epochs: int | None = None,
+) -> keras.Model:
+    """Build and compile; the learning-rate schedule spans ``schedule_epochs``.
+
+    The final model trains for fewer epochs than its trial planned (it stops where
+    the trial peaked), so the schedule length is passed separately to follow the
+    same learning-rate path as the trial did.
+    """
     keras.utils.set_random_seed(seed)
     model = build_tabtransformer(
         encoder.cardinalities, len(encoder.numeric_columns), **hyperparameters
     )
-    compile_model(model, hyperparameters)
+    decay_steps = None
+    if n_rows and batch_size and schedule_epochs:
+        decay_steps = -(-n_rows // batch_size) * schedule_epochs
+    compile_model(model, hyperparameters, decay_steps)
     return model
 
 

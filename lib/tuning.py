@@ -123,7 +123,12 @@ class Objective:
         epochs = min(hyperparameters["epochs"], settings.budget.max_epochs)
         label = f"Trial {trial.number}"
         model = training.build_and_compile(
-            self.encoder, hyperparameters, settings.seed + trial.number
+            self.encoder,
+            hyperparameters,
+            settings.seed + trial.number,
+            n_rows=len(self.train.labels),
+            batch_size=settings.tf_keras.batch_size,
+            schedule_epochs=epochs,
         )
 
         def report(epoch: int, score: float) -> None:
@@ -163,6 +168,7 @@ class Objective:
         )
         trial.set_user_attr("hyperparameters", hyperparameters)
         trial.set_user_attr("best_epoch", monitor.best_epoch)
+        trial.set_user_attr("planned_epochs", epochs)
         trial.set_user_attr("threshold", threshold)
         trial.set_user_attr(
             "validation_curve",
@@ -220,8 +226,8 @@ def _log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     )
 
 
-def best_configuration(study: optuna.Study) -> tuple[dict, int, float, int]:
-    """Hyperparameters, epochs and threshold of the best trial, from the study.
+def best_configuration(study: optuna.Study) -> tuple[dict, int]:
+    """The best trial's record (hyperparameters, epochs, threshold) and number.
 
     Read from the study storage, so it works wherever the trial ran.
     """
@@ -249,7 +255,9 @@ def train_final_model(
 ) -> dict:
     """Retrain the best configuration on train+validation, save, score the test file."""
     run_dir = Path(run_dir)
-    hyperparameters, epochs, threshold, trial_number = best_configuration(study)
+    record, trial_number = best_configuration(study)
+    hyperparameters, threshold = record["hyperparameters"], record["threshold"]
+    epochs = int(record["best_epoch"])
     logger.info(
         "Retraining trial %d's configuration on train+validation for %d epochs",
         trial_number,
@@ -259,7 +267,14 @@ def train_final_model(
     train_full = pl.concat([prepared.train, prepared.validation])
     encoder = FeatureEncoder.fit(train_full, settings.data.fnlwgt, LOG_SCALED_COLUMNS)
     arrays = encode_split(train_full, encoder, settings.data.fnlwgt)
-    model = training.build_and_compile(encoder, hyperparameters, settings.seed)
+    model = training.build_and_compile(
+        encoder,
+        hyperparameters,
+        settings.seed,
+        n_rows=train_full.height,
+        batch_size=settings.tf_keras.batch_size,
+        schedule_epochs=int(record.get("planned_epochs", epochs)),
+    )
     started = time.perf_counter()
     training.fit(
         model,
