@@ -124,6 +124,17 @@ def summarise(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def show_cell_output() -> None:
+    """Print what the notebooks log as it is, without a second time stamp."""
+    cell_output = logging.getLogger("papermill")
+    cell_output.propagate = False
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("    %(message)s"))
+    handler.addFilter(_CellMarkerFilter())
+    cell_output.addHandler(handler)
+    cell_output.setLevel(logging.INFO)
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lib.pipeline", description=__doc__.split("\n\n")[0]
@@ -155,7 +166,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    logging.getLogger("papermill").addFilter(_CellMarkerFilter())
+    show_cell_output()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parameters = {
         "MODE": arguments.mode,

@@ -238,13 +238,7 @@ def best_configuration(study: optuna.Study) -> tuple[dict, int]:
             "Look at the failed trials' logs or raise the budget."
         )
     best = study.best_trial
-    attrs = best.user_attrs
-    return (
-        attrs["hyperparameters"],
-        int(attrs["best_epoch"]),
-        attrs["threshold"],
-        best.number,
-    )
+    return best.user_attrs, best.number
 
 
 def train_final_model(
