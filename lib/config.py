@@ -7,6 +7,7 @@ pairs; both become Hydra overrides, so each setting has exactly one home in YAML
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,15 +32,23 @@ def load_settings(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_module(config_module="lib.conf", version_base=None):
             settings = compose(config_name="config", overrides=list(overrides))
     except ConfigCompositionException as error:
-        cause = error.__cause__ or error
-        raise SettingsError(
-            f"cannot apply overrides {list(overrides)}: {cause}"
-        ) from error
+        cause = mask_credentials(str(error.__cause__ or error))
+        shown = [mask_credentials(o) for o in overrides]
+        # Not chained: the original exception text would repeat any password.
+        raise SettingsError(f"cannot apply overrides {shown}: {cause}") from None
     finally:
         GlobalHydra.instance().clear()
     OmegaConf.resolve(settings)
     validate_settings(settings)
     return settings
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")
+
+
+def mask_credentials(text: str) -> str:
+    """Hide the password of any URL in ``text`` (``scheme://user:***@host``)."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def validate_settings(settings: DictConfig) -> None:

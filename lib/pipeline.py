@@ -160,7 +160,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="also copy the executed notebooks into DIR (nbval)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
-    return parser.parse_args(argv)
+    # Intermixed, so overrides may come after --notebooks 00 01.
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,3 +73,11 @@ def test_format_override_round_trips_through_hydra(value):
     from omegaconf import OmegaConf
 
     assert OmegaConf.to_container(settings)["probe"] == value
+
+
+def test_a_password_in_a_refused_override_is_not_repeated():
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["study.storag=mysql+pymysql://user:hunter2@db:3306/optuna"])
+    assert "hunter2" not in str(caught.value)
+    assert "user:***@db" in str(caught.value)
+    assert caught.value.__cause__ is None
