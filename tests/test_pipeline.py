@@ -15,7 +15,7 @@ def test_main_job_runs_every_notebook_into_one_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "lib.pipeline", "--budget", "small", "--run-dir",
-         str(run_dir), "--notebooks", "00", "01", "02", "03"],
+         str(run_dir)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -23,7 +23,8 @@ def test_main_job_runs_every_notebook_into_one_run_folder(tmp_path):
 
     status = json.loads((run_dir / "run_status.json").read_text())
     assert status["status"] == "complete"
-    for name in ("00_infrastructure", "01_preprocessing", "02_tuning", "03_analysis"):
+    for name in ("00_infrastructure", "01_preprocessing", "02_tuning", "03_analysis",
+                 "04_deployment"):
         executed = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
         tags = [cell.metadata.get("tags", []) for cell in executed.cells]
         assert ["injected-parameters"] in tags, name

@@ -1,0 +1,45 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 Deployment
+#
+# The model artifact is served under the SageMaker inference contract: `GET /ping`
+# and `POST /invocations` on port 8080, CSV or JSON in, a probability and a label
+# per record out. In `local` mode the same `serve` program that runs in the
+# container starts here in its own process on loopback; it is sent lines of
+# `adult.test` as CSV and the same records as JSON, and its answers must equal the
+# offline predictions of the artifact.
+
+# %% tags=["parameters"]
+MODE = "local"
+RUN_DIR = ""
+BUDGET = "default"
+STUDY_NAME = "adult-tabtransformer"
+OVERRIDES = []
+DRY_RUN = False
+
+# %%
+from lib import deployment, notebook
+
+settings, run_dir = notebook.start(globals(), "04_deployment")
+
+# %% [markdown]
+# ## Serve, invoke, compare
+#
+# The server is stopped when the comparison is done, whatever its outcome.
+
+# %%
+if settings.mode == "local":
+    comparison = deployment.compare_with_offline(settings, run_dir, n_records=500)
+comparison
