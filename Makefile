@@ -5,10 +5,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov pins conflict with the main set, so the template checks get their own venv.
+IAC_VENV := .venv-iac
+IAC_STAMP := $(IAC_VENV)/.installed
 BUDGET ?= default
 RUN_DIR ?=
 
-.PHONY: run test test-fast env lock lint notebooks sync-notebooks references bench clean
+.PHONY: run test test-fast env iac-env lock lint notebooks sync-notebooks references bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +23,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 env: $(STAMP)
 
+$(IAC_STAMP): requirements-iac.lock
+	$(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/pip install --quiet -r requirements-iac.lock
+	touch $(IAC_STAMP)
+
+iac-env: $(IAC_STAMP)
+
 run: $(STAMP)
 	$(BIN)/python -m lib.pipeline --budget $(BUDGET) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 
-test: $(STAMP)
+test: $(STAMP) $(IAC_STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -53,4 +64,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(IAC_VENV) runs .pytest_cache

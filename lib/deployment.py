@@ -26,6 +26,12 @@ def raw_test_lines(settings, source_lines: list[int]) -> list[str]:
     return [lines[number - 1].rsplit(",", 1)[0] for number in source_lines]
 
 
+def raw_test_records(settings, count: int) -> list[list[str]]:
+    """The first ``count`` records of adult.test as lists of 14 raw values."""
+    lines = raw_test_lines(settings, list(range(2, 2 + count)))
+    return [[value.strip() for value in line.split(",")] for line in lines]
+
+
 def compare_with_offline(settings, run_dir: Path, n_records: int = 500) -> pl.DataFrame:
     """Start the server locally, send test records as CSV and JSON, compare.
 

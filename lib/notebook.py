@@ -101,6 +101,7 @@ def settings_from_parameters(parameters: Mapping) -> DictConfig:
         format_override("mode", parameters["MODE"]),
         f"budget={parameters['BUDGET']}",
         format_override("study.name", parameters["STUDY_NAME"]),
+        format_override("dry_run", parameters["DRY_RUN"]),
         *parameters["OVERRIDES"],
     ]
     return load_settings(overrides)

@@ -30,19 +30,25 @@ DRY_RUN = False
 
 # %%
 from lib import notebook, storage
+from lib.aws import workflow
 
 settings, run_dir = notebook.start(globals(), "00_infrastructure")
 
 # %% [markdown]
-# ## Study storage
+# ## Study storage, or the stack
 #
-# The storage is opened once here so that a wrong URL, a missing secret or an
-# unreachable database stops the run now, before any training starts.
+# Locally the storage is opened once here so that a wrong URL, a missing secret or
+# an unreachable database stops the run now, before any training starts. In
+# `sagemaker` mode the stack is created or updated and its outputs (bucket, role,
+# subnets, security group, database secret) become settings; with `DRY_RUN` the
+# request is only logged.
 
 # %%
 if settings.mode == "local":
     study_storage = storage.create_storage(settings.study, run_dir)
     print("Study storage:", storage.resolve_storage_url(settings.study, run_dir))
+else:
+    settings = workflow.prepare_infrastructure(settings, dry_run=settings.dry_run)
 
 # %% [markdown]
 # ## The settings of this run

@@ -29,16 +29,25 @@ DRY_RUN = False
 
 # %%
 import polars as pl
+from IPython.display import display
 
 from lib import data, notebook
+from lib.aws import workflow
 
 settings, run_dir = notebook.start(globals(), "01_preprocessing")
 
 # %% [markdown]
 # ## Load, verify, parse and split
+#
+# In `sagemaker` mode the same code runs as a processing job on the raw files
+# uploaded to S3, and its outputs (the parquet files and the row ledger) stay in
+# S3; the tables below are shown in `local` mode.
 
 # %%
-prepared = data.prepare_data(settings, run_dir)
+if settings.mode == "local":
+    prepared = data.prepare_data(settings, run_dir)
+else:
+    job = workflow.run_preprocessing(settings, dry_run=settings.dry_run)
 
 # %% [markdown]
 # ## The row ledger
@@ -47,10 +56,9 @@ prepared = data.prepare_data(settings, run_dir)
 # counts are 32,561 training and 16,281 test records.
 
 # %%
-data.ledger_table(prepared.ledger)
-
-# %%
-pl.DataFrame(prepared.ledger["split"], orient="row")
+if settings.mode == "local":
+    display(data.ledger_table(prepared.ledger))
+    display(pl.DataFrame(prepared.ledger["split"], orient="row"))
 
 # %% [markdown]
 # ## Label balance and missing values
@@ -60,7 +68,6 @@ pl.DataFrame(prepared.ledger["split"], orient="row")
 # they are kept as a category of their own.
 
 # %%
-data.split_summary(prepared)
-
-# %%
-prepared.train.head(5)
+if settings.mode == "local":
+    display(data.split_summary(prepared))
+    display(prepared.train.head(5))

@@ -32,7 +32,10 @@ OVERRIDES = []
 DRY_RUN = False
 
 # %%
+from IPython.display import display
+
 from lib import notebook, storage, tuning
+from lib.aws import workflow
 
 settings, run_dir = notebook.start(globals(), "02_tuning")
 
@@ -41,22 +44,29 @@ settings, run_dir = notebook.start(globals(), "02_tuning")
 #
 # The first trial trains the default configuration from
 # `lib/conf/tf_keras/tabtransformer.yaml`; the seeded TPE sampler proposes the rest.
+# In `sagemaker` mode the trials run in training jobs (spot instances, checkpoints in
+# `/opt/ml/checkpoints`) that share the study in Aurora MySQL; a final job then
+# retrains the best configuration and its model and metrics are downloaded here.
 
 # %%
-study = tuning.create_study(settings, storage.create_storage(settings.study, run_dir))
-study = tuning.optimize(settings, study, settings.budget.n_trials, run_dir)
-
-# %%
-tuning.trials_table(study)
+if settings.mode == "local":
+    study_storage = storage.create_storage(settings.study, run_dir)
+    study = tuning.create_study(settings, study_storage)
+    study = tuning.optimize(settings, study, settings.budget.n_trials, run_dir)
+    display(tuning.trials_table(study))
+else:
+    jobs = workflow.run_tuning_and_final_training(
+        settings, run_dir, dry_run=settings.dry_run
+    )
 
 # %% [markdown]
 # ## The final model
 #
 # Retrained on all 32,561 training records, saved with its preprocessing and
-# decision threshold as one artifact, then scored on the 16,281 test records.
+# decision threshold as one artifact, then scored on the 16,281 test records
+# (in `sagemaker` mode, the final training job did this).
 
 # %%
-metrics = tuning.train_final_model(settings, study, run_dir)
-
-# %%
-tuning.headline_table(metrics)
+if settings.mode == "local":
+    metrics = tuning.train_final_model(settings, study, run_dir)
+    display(tuning.headline_table(metrics))
