@@ -50,7 +50,10 @@ sync-notebooks: $(STAMP)
 
 # Rebuild the nbval reference notebooks under tests/notebooks with the small budget.
 references: $(STAMP)
+	rm -rf tests/notebooks/reference-run tests/notebooks/[0-9][0-9]_*.ipynb
 	$(BIN)/python -m lib.pipeline --budget small --run-dir tests/notebooks/reference-run --references tests/notebooks
+	$(BIN)/python tests/notebooks/make_portable.py tests/notebooks
+	rm -rf tests/notebooks/reference-run
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
