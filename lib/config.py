@@ -13,7 +13,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 logger = logging.getLogger(__name__)
@@ -28,16 +28,20 @@ class SettingsError(ValueError):
 def load_settings(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose lib/conf/config.yaml with Hydra overrides such as ``budget=small``."""
     GlobalHydra.instance().clear()
+    refused = None
     try:
         with initialize_config_module(config_module="lib.conf", version_base=None):
             settings = compose(config_name="config", overrides=list(overrides))
-    except ConfigCompositionException as error:
+    except (ConfigCompositionException, OverrideParseException) as error:
         cause = mask_credentials(str(error.__cause__ or error))
         shown = [mask_credentials(o) for o in overrides]
-        # Not chained: the original exception text would repeat any password.
-        raise SettingsError(f"cannot apply overrides {shown}: {cause}") from None
+        refused = f"cannot apply overrides {shown}: {cause}"
     finally:
         GlobalHydra.instance().clear()
+    if refused:
+        # Raised outside the handler: the original exception, which repeats any
+        # password given in an override, must not travel along as its context.
+        raise SettingsError(refused)
     OmegaConf.resolve(settings)
     validate_settings(settings)
     return settings
@@ -69,11 +73,23 @@ def validate_settings(settings: DictConfig) -> None:
             "threshold.policy must be max_f1, max_accuracy or cost_ratio, "
             f"got {settings.threshold.policy!r}"
         )
+    if settings.mode == "sagemaker":
+        _check_aws_training(settings)
     if settings.study.objective not in ("roc_auc", "log_loss", "pr_auc"):
         raise SettingsError(
             "study.objective must be roc_auc, log_loss or pr_auc, "
             f"got {settings.study.objective!r}"
         )
+
+
+def _check_aws_training(settings: DictConfig) -> None:
+    from lib.aws.common import AwsModeError
+    from lib.aws.training import check_training_settings
+
+    try:
+        check_training_settings(settings.aws.training)
+    except AwsModeError as error:
+        raise SettingsError(str(error)) from None
 
 
 def format_override(key: str, value: Any) -> str:

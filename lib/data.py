@@ -96,25 +96,29 @@ def packaged_checksums() -> dict[str, str]:
 
 def read_raw_file(name: str, data_settings, cache_dir: Path | None = None) -> bytes:
     """Return the bytes of one UCI file from the configured source, verified."""
+    content, origin = fetch_raw_file(name, data_settings, cache_dir)
+    verify_checksum(name, content, origin)
+    return content
+
+
+def fetch_raw_file(
+    name: str, data_settings, cache_dir: Path | None = None
+) -> tuple[bytes, str]:
+    """The bytes of one UCI file and where they came from, not yet verified."""
     source = data_settings.source
     if source == "packaged":
         packaged = resources.files("lib.data_files").joinpath(f"{name}.gz")
-        content = gzip.decompress(packaged.read_bytes())
-        origin = f"packaged {name}.gz"
-    elif source == "path":
+        return gzip.decompress(packaged.read_bytes()), f"packaged {name}.gz"
+    if source == "path":
         if not data_settings.path:
             raise DataError("data.source is 'path' but data.path is not set")
         location = Path(data_settings.path) / name
         if not location.is_file():
             raise DataError(f"{location}: file not found (data.source=path)")
-        content = location.read_bytes()
-        origin = str(location)
-    elif source == "url":
-        content, origin = _download(name, data_settings.url, cache_dir)
-    else:
-        raise DataError(f"data.source must be packaged, path or url, got {source!r}")
-    verify_checksum(name, content, origin)
-    return content
+        return location.read_bytes(), str(location)
+    if source == "url":
+        return _download(name, data_settings.url, cache_dir)
+    raise DataError(f"data.source must be packaged, path or url, got {source!r}")
 
 
 def verify_checksum(name: str, content: bytes, origin: str) -> None:
@@ -124,10 +128,29 @@ def verify_checksum(name: str, content: bytes, origin: str) -> None:
     actual = hashlib.sha256(content).hexdigest()
     if actual != expected:
         raise DataError(
-            f"{origin}: SHA-256 {actual} does not match the published {expected}; "
-            "the file is altered or truncated. Use the files as published by UCI."
+            f"{origin}: SHA-256 {actual} does not match the published {expected}"
+            f"{_first_difference(name, content)}; the file is altered or truncated. "
+            "Use the files as published by UCI."
         )
     logger.debug("%s: checksum verified", origin)
+
+
+def _first_difference(name: str, content: bytes) -> str:
+    """Where ``content`` first departs from the packaged copy, as text."""
+    packaged = resources.files("lib.data_files").joinpath(f"{name}.gz")
+    published = gzip.decompress(packaged.read_bytes()).split(b"\n")
+    columns = [*FEATURE_COLUMNS, RAW_LABEL_COLUMN]
+    pairs = zip(content.split(b"\n"), published, strict=False)
+    for number, (ours, theirs) in enumerate(pairs, start=1):
+        if ours == theirs:
+            continue
+        fields = zip(ours.split(b","), theirs.split(b","), strict=False)
+        for position, (a, b) in enumerate(fields):
+            if a != b and position < len(columns):
+                column = columns[position]
+                return f"; first difference at line {number}, column {column!r}"
+        return f"; first difference at line {number}"
+    return "; the file's length differs from the published one"
 
 
 def _download(name: str, base_url: str, cache_dir: Path | None) -> tuple[bytes, str]:
@@ -174,10 +197,7 @@ def parse_adult(content: bytes, name: str) -> tuple[pl.DataFrame, FileLedger]:
             continue
         fields = [value.strip() for value in line.split(",")]
         if len(fields) != len(FEATURE_COLUMNS) + 1:
-            raise DataError(
-                f"{name}, line {number}: {len(fields)} fields, expected "
-                f"{len(FEATURE_COLUMNS) + 1} (14 features and the income label)"
-            )
+            raise DataError(_field_count_message(name, number, len(fields)))
         rows.append(fields)
         line_numbers.append(number)
 
@@ -188,6 +208,18 @@ def parse_adult(content: bytes, name: str) -> tuple[pl.DataFrame, FileLedger]:
     frame = _type_columns(frame, name, is_test)
     ledger.records_kept = frame.height
     return frame, ledger
+
+
+def _field_count_message(name: str, number: int, found: int) -> str:
+    columns = [*FEATURE_COLUMNS, RAW_LABEL_COLUMN]
+    expected = len(columns)
+    where = f"{name}, line {number}: {found} fields, expected {expected}"
+    if found < expected:
+        return (
+            f"{where}; the line stops at column {columns[found - 1]!r}, so "
+            f"{columns[found]!r} and the columns after it are missing"
+        )
+    return f"{where}; {found - expected} field(s) after the last column {columns[-1]!r}"
 
 
 def _type_columns(frame: pl.DataFrame, name: str, is_test: bool) -> pl.DataFrame:
@@ -238,8 +270,11 @@ def load_adult(data_settings, cache_dir: Path | None = None):
     """Read, verify and parse both files; return the frames and their ledgers."""
     frames, ledgers = {}, {}
     for name in (TRAIN_FILE, TEST_FILE):
-        content = read_raw_file(name, data_settings, cache_dir)
+        content, origin = fetch_raw_file(name, data_settings, cache_dir)
+        # Parse first: a damaged line is then reported by line and column; the
+        # checksum afterwards catches whatever still parses.
         frames[name], ledgers[name] = parse_adult(content, name)
+        verify_checksum(name, content, origin)
         ledger = ledgers[name]
         logger.info(
             "%s: %d lines read, %d records kept, dropped: %s",
@@ -270,6 +305,8 @@ def stratified_split(
 
 def prepare_data(settings, run_dir: Path) -> PreparedData:
     """Load both files, split, and write the frames and the row ledger to the run."""
+    # An earlier run's ledger would make a failed rerun look complete.
+    (run_dir / "data" / "row_ledger.json").unlink(missing_ok=True)
     frames, ledgers = load_adult(settings.data, cache_dir=run_dir / "raw")
     train, validation = stratified_split(
         frames[TRAIN_FILE], settings.data.validation_fraction, settings.seed

@@ -19,7 +19,12 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from lib.config import SettingsError, format_override, load_settings
+from lib.config import (
+    SettingsError,
+    format_override,
+    load_settings,
+    mask_credentials,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -161,5 +166,5 @@ def start(namespace: Mapping, notebook: str) -> tuple[DictConfig, Path]:
 
 def save_settings(settings: DictConfig, run_dir: Path) -> Path:
     path = run_dir / "settings.yaml"
-    path.write_text(OmegaConf.to_yaml(settings))
+    path.write_text(mask_credentials(OmegaConf.to_yaml(settings)))
     return path

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lib.config import SettingsError, load_settings
+from lib.config import SettingsError, load_settings, mask_credentials
 from lib.notebook import PROJECT_ROOT, configure_logging, resolve_run_dir
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ class _CellMarkerFilter(logging.Filter):
 
 def write_status(run_dir: Path, status: str, **details) -> None:
     record = {"status": status, "time": dt.datetime.now(dt.UTC).isoformat(), **details}
-    (run_dir / STATUS_FILE).write_text(json.dumps(record, indent=2))
+    text = mask_credentials(json.dumps(record, indent=2))
+    (run_dir / STATUS_FILE).write_text(text)
 
 
 def summarise(run_dir: Path) -> str:
@@ -160,8 +161,17 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="also copy the executed notebooks into DIR (nbval)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
-    # Intermixed, so overrides may come after --notebooks 00 01.
-    return parser.parse_intermixed_args(argv)
+    arguments = parser.parse_args(argv)
+    # `--notebooks 00 01 key=value` would otherwise swallow the override.
+    selected = arguments.notebooks or []
+    arguments.overrides = [n for n in selected if "=" in n] + arguments.overrides
+    arguments.notebooks = [n for n in selected if "=" not in n] or None
+    for name in arguments.notebooks or []:
+        if not (len(name) == 2 and name.isdigit()):
+            parser.error(
+                f"--notebooks takes two-digit numbers such as 00 01, got {name!r}"
+            )
+    return arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import optuna
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
-from lib import evaluation, training
+from lib import evaluation, study_attributes, training
 from lib.artifact import load_artifact, save_artifact
 from lib.data import LABEL_COLUMN, read_prepared
 from lib.features import FeatureEncoder
@@ -108,6 +108,7 @@ class Objective:
 
     def __init__(self, settings: DictConfig, run_dir: Path):
         self.settings = settings
+        self.run_dir = Path(run_dir)
         prepared = read_prepared(run_dir)
         self.encoder = FeatureEncoder.fit(
             prepared.train, settings.data.fnlwgt, LOG_SCALED_COLUMNS
@@ -166,13 +167,18 @@ class Objective:
             settings.threshold.policy,
             settings.threshold.cost_ratio,
         )
-        trial.set_user_attr("hyperparameters", hyperparameters)
+        # Values too large for the database's attribute column go to files.
+        study_attributes.set_user_attr(
+            trial, "hyperparameters", hyperparameters, self.run_dir
+        )
         trial.set_user_attr("best_epoch", monitor.best_epoch)
         trial.set_user_attr("planned_epochs", epochs)
         trial.set_user_attr("threshold", threshold)
-        trial.set_user_attr(
+        study_attributes.set_user_attr(
+            trial,
             "validation_curve",
             [round(h[settings.study.objective], 5) for h in monitor.history],
+            self.run_dir,
         )
         return monitor.best_score
 
@@ -226,7 +232,7 @@ def _log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     )
 
 
-def best_configuration(study: optuna.Study) -> tuple[dict, int]:
+def best_configuration(study: optuna.Study, run_dir: Path) -> tuple[dict, int]:
     """The best trial's record (hyperparameters, epochs, threshold) and number.
 
     Read from the study storage, so it works wherever the trial ran.
@@ -238,7 +244,7 @@ def best_configuration(study: optuna.Study) -> tuple[dict, int]:
             "Look at the failed trials' logs or raise the budget."
         )
     best = study.best_trial
-    return best.user_attrs, best.number
+    return study_attributes.resolve_user_attrs(best.user_attrs, run_dir), best.number
 
 
 def train_final_model(
@@ -249,7 +255,7 @@ def train_final_model(
 ) -> dict:
     """Retrain the best configuration on train+validation, save, score the test file."""
     run_dir = Path(run_dir)
-    record, trial_number = best_configuration(study)
+    record, trial_number = best_configuration(study, run_dir)
     hyperparameters, threshold = record["hyperparameters"], record["threshold"]
     epochs = int(record["best_epoch"])
     logger.info(

@@ -25,12 +25,6 @@ from lib.config import format_override, load_settings
 from lib.notebook import PROJECT_ROOT
 
 COLUMNS = (*data.FEATURE_COLUMNS, data.RAW_LABEL_COLUMN)
-# Fails today: the checksum is verified before the parser runs, so every altered
-# file is reported as "SHA-256 ... does not match" with no line and no column.
-CHECKSUM_HIDES_LOCATION = (
-    "lib/data.py verifies the SHA-256 before parsing and its mismatch message "
-    "names neither line nor column (issue 8: file, line and column)"
-)
 
 
 def published_lines(name: str) -> list[str]:
@@ -169,7 +163,6 @@ def test_a_damaged_file_stops_preprocessing_and_leaves_no_ledger(label, tmp_path
         data.read_prepared(run_dir)
 
 
-@pytest.mark.xfail(strict=True, reason=CHECKSUM_HIDES_LOCATION)
 @pytest.mark.parametrize("label", FAULTS)
 def test_the_message_names_file_line_and_column(label, tmp_path):
     fault = FAULTS[label]
@@ -182,11 +175,6 @@ def test_the_message_names_file_line_and_column(label, tmp_path):
         assert named and named <= fault.columns, message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib/data.py prepare_data removes an earlier row_ledger.json only when "
-    "it writes new output, so a failed re-run leaves the old run's ledger behind",
-)
 def test_a_failed_rerun_does_not_leave_the_previous_ledger(prepared_run_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_run_dir / "data", run_dir / "data")
@@ -238,7 +226,6 @@ def test_the_main_job_stops_at_preprocessing_and_marks_the_run_failed(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=CHECKSUM_HIDES_LOCATION)
 def test_the_main_job_message_names_file_line_and_column(tmp_path):
     source = damaged_source(tmp_path / "source", FAULTS["non-numeric age"])
     result = run_main_job(tmp_path / "run", source)

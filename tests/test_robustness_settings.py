@@ -88,11 +88,6 @@ def test_unknown_mode_stops_before_any_notebook(tmp_path, arguments):
     assert not run_dir.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib/pipeline.py: --notebooks takes nargs='*', so a key=value after it "
-    "becomes a notebook name and the override is silently dropped",
-)
 def test_an_override_after_notebooks_is_applied_or_refused_not_dropped():
     try:
         arguments = parse_arguments(["--notebooks", "00", "01", "mode=cloud"])
@@ -102,12 +97,6 @@ def test_an_override_after_notebooks_is_applied_or_refused_not_dropped():
     assert arguments.overrides == ["mode=cloud"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib/config.py load_settings catches ConfigCompositionException only; "
-    "Hydra's OverrideParseException escapes with the whole override, password "
-    "included",
-)
 def test_an_override_hydra_cannot_parse_is_refused_without_its_password():
     override = f"study.storage=mysql+pymysql://optuna:{CANARY_PASSWORD}@127.0.0.1/db"
     with pytest.raises(SettingsError) as caught:
@@ -117,11 +106,6 @@ def test_an_override_hydra_cannot_parse_is_refused_without_its_password():
     assert caught.value.__cause__ is None and caught.value.__context__ is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib/pipeline.py: the settings check does not catch Hydra's "
-    "OverrideParseException: a traceback with the password, exit status 1",
-)
 def test_the_main_job_refuses_an_unparsable_override_with_status_2(tmp_path):
     run_dir = tmp_path / "run"
     override = f"study.storage=mysql+pymysql://optuna:{CANARY_PASSWORD}@127.0.0.1/db"
@@ -139,7 +123,7 @@ SHORT_WAIT = ("aws.training.max_run_seconds=3600", "aws.training.max_wait_second
 
 
 def test_max_wait_below_max_run_is_refused_naming_both_settings():
-    settings = load_settings(["mode=sagemaker", *SHORT_WAIT])
+    settings = load_settings(list(SHORT_WAIT))  # local mode does not check AWS
     expected = (
         r"max_wait_seconds \(60\) is less than aws\.training\.max_run_seconds "
         r"\(3600\)"
@@ -149,6 +133,9 @@ def test_max_wait_below_max_run_is_refused_naming_both_settings():
     # The request builder refuses too, before it asks anything of AWS.
     with pytest.raises(AwsModeError, match=expected):
         build_training_job_request(settings, "robustness-job", dry_run=True)
+    # In sagemaker mode the settings themselves are refused when loaded.
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(["mode=sagemaker", *SHORT_WAIT])
 
 
 def test_max_wait_equal_to_max_run_is_accepted():
@@ -162,14 +149,7 @@ def test_max_wait_equal_to_max_run_is_accepted():
     check_training_settings(settings.aws.training)
 
 
-# Slow only while it fails: the main job then runs notebooks 00 and 01.
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib/config.validate_settings (or the pipeline's settings check) does "
-    "not call lib.aws.training.check_training_settings: the main job runs "
-    "its notebooks with max_wait below max_run",
-)
 def test_the_main_job_refuses_max_wait_below_max_run_before_any_notebook(tmp_path):
     run_dir = tmp_path / "run"
     result, seconds = run_main_job(
