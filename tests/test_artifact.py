@@ -36,11 +36,12 @@ def test_fresh_process_gives_the_same_probabilities(
     after = np.load(output)
     assert after.shape == (2000,)
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
-    # The compiled path and Keras' own predict agree as well.
+    # Keras' own predict agrees too, though not to the last bits: it batches rows
+    # differently, and float32 kernels round differently for other batch shapes.
     keras_scores = artifact.model.predict(
         artifact.encoder.encode_frame(test), verbose=0
     ).reshape(-1)
-    np.testing.assert_allclose(keras_scores, before, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(keras_scores, before, rtol=0, atol=1e-4)
 
 
 def test_manifest_records_what_scoring_needs(trained_artifact_dir):
