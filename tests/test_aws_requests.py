@@ -12,10 +12,11 @@ import re
 
 import boto3
 import pytest
+from omegaconf import OmegaConf
 
 from lib import aws
 from lib.aws import common
-from lib.config import load_settings
+from lib.config import SettingsError, load_settings
 
 ACCOUNT = "123456789012"
 REGISTRY = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/adult-tabtransformer"
@@ -176,7 +177,14 @@ def test_final_job_is_one_on_demand_host_of_the_final_instance_type(no_aws_calls
     ],
 )
 def test_bad_training_settings_fail_before_any_call(no_aws_calls, overrides, message):
-    settings = sagemaker_settings(*overrides)
+    # Loading the settings in sagemaker mode already refuses them ...
+    with pytest.raises(SettingsError, match=message):
+        sagemaker_settings(*overrides)
+    # ... and the job launcher checks again, for settings changed after loading.
+    settings = sagemaker_settings()
+    for override in overrides:
+        key, value = override.split("=", 1)
+        OmegaConf.update(settings, key, int(value))
     with pytest.raises(aws.AwsModeError, match=message):
         aws.start_tuning_jobs(settings, dry_run=False)
 
