@@ -136,6 +136,27 @@ def show_cell_output() -> None:
     cell_output.setLevel(logging.INFO)
 
 
+def keep_passwords_out_of_parameters(overrides: list[str]) -> list[str]:
+    """Pass a URL that holds a password through the environment, not as a parameter.
+
+    Papermill writes parameters verbatim into every executed notebook. Such an
+    override becomes an ``${oc.env:...}`` interpolation that the settings resolve
+    inside the kernel, which inherits this process's environment.
+    """
+    safe = []
+    for position, override in enumerate(overrides):
+        key, separator, value = override.partition("=")
+        if separator and mask_credentials(value) != value:
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1].replace("\\'", "'")
+            variable = f"ADULT_TABTRANSFORMER_OVERRIDE_{position}"
+            os.environ[variable] = value
+            safe.append(f"{key}=${{oc.env:{variable}}}")
+        else:
+            safe.append(override)
+    return safe
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lib.pipeline", description=__doc__.split("\n\n")[0]
@@ -179,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     show_cell_output()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    arguments.overrides = keep_passwords_out_of_parameters(arguments.overrides)
     parameters = {
         "MODE": arguments.mode,
         "RUN_DIR": arguments.run_dir

@@ -50,11 +50,6 @@ TINY_RUN = [
     "tf_keras.search_space.mlp_layers.high=1",
     "tf_keras.search_space.mlp_units.choices=[32]",
 ]
-LEAK_IN_STORAGE_URL = (
-    "the study.storage URL is written in clear into settings.yaml "
-    "(lib/notebook.save_settings), run_status.json (lib/pipeline.write_status "
-    "parameters) and every executed notebook's injected OVERRIDES cell"
-)
 
 
 class PasswordLeaked(AssertionError):
@@ -215,8 +210,6 @@ def check_failing_call_hides_the_password(user: str, tmp_path: Path) -> None:
     assert CANARY not in report
 
 
-# raises=: a run that fails for another reason is a real failure, not this xfail.
-@pytest.mark.xfail(strict=True, raises=PasswordLeaked, reason=LEAK_IN_STORAGE_URL)
 def test_password_in_the_storage_url_appears_nowhere(
     mysql_url, canary_database, tmp_path
 ):
