@@ -78,3 +78,33 @@ def temporary_mysql_database(
         with engine.begin() as connection:
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
         engine.dispose()
+
+
+@contextmanager
+def temporary_mysql_user(
+    admin_url: str, database: str, password: str, prefix: str = "optuna"
+) -> Iterator[str]:
+    """A user with all rights on ``database`` and the given password; yield its name.
+
+    The user is dropped afterwards, whatever happened.
+    """
+    import sqlalchemy
+
+    user = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(admin_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text(
+                    "CREATE USER :user@'127.0.0.1' IDENTIFIED BY :password"
+                ),
+                {"user": user, "password": password},
+            )
+            connection.exec_driver_sql(
+                f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'127.0.0.1'"
+            )
+        yield user
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
+        engine.dispose()

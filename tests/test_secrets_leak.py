@@ -25,6 +25,7 @@ from pathlib import Path
 import boto3
 import pytest
 import sqlalchemy
+from optuna_objectives import temporary_mysql_database, temporary_mysql_user
 from sqlalchemy.engine import URL, make_url
 
 from lib.config import format_override, load_settings
@@ -59,25 +60,12 @@ class PasswordLeaked(AssertionError):
 @pytest.fixture
 def canary_database(mysql_url):
     """A database and a user of its own whose password is the canary; dropped after."""
-    suffix = uuid.uuid4().hex[:10]
-    database, user = f"leak_test_{suffix}", f"leak_{suffix}"
-    admin = sqlalchemy.create_engine(mysql_url)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE `{database}`")
-        connection.execute(
-            sqlalchemy.text("CREATE USER :user@'127.0.0.1' IDENTIFIED BY :password"),
-            {"user": user, "password": CANARY_PASSWORD},
-        )
-        connection.exec_driver_sql(
-            f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'127.0.0.1'"
-        )
-    try:
-        yield user, database
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
-        admin.dispose()
+    with temporary_mysql_database(mysql_url, prefix="leak_test") as database_url:
+        database = make_url(database_url).database
+        with temporary_mysql_user(
+            mysql_url, database, CANARY_PASSWORD, prefix="leak"
+        ) as user:
+            yield user, database
 
 
 def canary_url(user: str, database: str) -> str:

@@ -17,7 +17,7 @@ import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
-from optuna_objectives import temporary_mysql_database
+from optuna_objectives import temporary_mysql_database, temporary_mysql_user
 from sqlalchemy.engine import make_url
 
 from lib.config import format_override, load_settings
@@ -50,23 +50,9 @@ def database_url(mysql_url):
 @pytest.fixture
 def database_user(mysql_url, database_url):
     """A user of the test database whose password needs every kind of escaping."""
-    user = f"optuna_{uuid.uuid4().hex[:8]}"
     database = make_url(database_url).database
-    admin = sqlalchemy.create_engine(mysql_url)
-    with admin.begin() as connection:
-        connection.execute(
-            sqlalchemy.text("CREATE USER :user@'127.0.0.1' IDENTIFIED BY :password"),
-            {"user": user, "password": AWKWARD_PASSWORD},
-        )
-        connection.exec_driver_sql(
-            f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'127.0.0.1'"
-        )
-    try:
+    with temporary_mysql_user(mysql_url, database, AWKWARD_PASSWORD) as user:
         yield user, database
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
-        admin.dispose()
 
 
 def store_secret(fields: dict) -> str:
