@@ -150,5 +150,7 @@ def trained_artifact_dir(tmp_path_factory, prepared_run_dir, small_settings):
     model = training.build_and_compile(encoder, hyperparameters, seed=7)
     training.fit(model, arrays.encoded, arrays.labels, epochs=1, batch_size=512, seed=7)
     directory = tmp_path_factory.mktemp("artifact") / "model"
-    save_artifact(directory, model, encoder, threshold=0.4, summary={"purpose": "tests"})
+    save_artifact(
+        directory, model, encoder, threshold=0.4, summary={"purpose": "tests"}
+    )
     return directory

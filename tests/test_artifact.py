@@ -28,8 +28,14 @@ def test_fresh_process_gives_the_same_probabilities(
     frame_path, output = tmp_path / "rows.parquet", tmp_path / "scores.npy"
     test.write_parquet(frame_path)
     subprocess.run(
-        [sys.executable, "-c", SCORE_IN_FRESH_PROCESS, str(trained_artifact_dir),
-         str(frame_path), str(output)],
+        [
+            sys.executable,
+            "-c",
+            SCORE_IN_FRESH_PROCESS,
+            str(trained_artifact_dir),
+            str(frame_path),
+            str(output),
+        ],
         check=True,
         capture_output=True,
     )
@@ -50,7 +56,9 @@ def test_manifest_records_what_scoring_needs(trained_artifact_dir):
     assert artifact.feature_columns[0] == "age" and len(artifact.feature_columns) == 14
     versions = artifact.metadata["library_versions"]
     assert {"tensorflow", "keras", "python"} <= versions.keys()
-    preprocessing = json.loads((trained_artifact_dir / "preprocessing.json").read_text())
+    preprocessing = json.loads(
+        (trained_artifact_dir / "preprocessing.json").read_text()
+    )
     assert "Private" in preprocessing["vocabularies"]["workclass"]
     assert set(preprocessing["numeric_means"]) == set(artifact.numeric_columns)
 
@@ -58,11 +66,19 @@ def test_manifest_records_what_scoring_needs(trained_artifact_dir):
 def test_raw_records_with_spaces_and_unseen_values_are_scored(trained_artifact_dir):
     artifact = load_artifact(trained_artifact_dir)
     record = {
-        "age": [39.0], "workclass": [" State-gov "], "fnlwgt": [77516.0],
-        "education": ["Bachelors"], "education_num": [13.0],
-        "marital_status": ["Never-married"], "occupation": ["Adm-clerical"],
-        "relationship": ["Not-in-family"], "race": ["White"], "sex": ["Male"],
-        "capital_gain": [2174.0], "capital_loss": [0.0], "hours_per_week": [40.0],
+        "age": [39.0],
+        "workclass": [" State-gov "],
+        "fnlwgt": [77516.0],
+        "education": ["Bachelors"],
+        "education_num": [13.0],
+        "marital_status": ["Never-married"],
+        "occupation": ["Adm-clerical"],
+        "relationship": ["Not-in-family"],
+        "race": ["White"],
+        "sex": ["Male"],
+        "capital_gain": [2174.0],
+        "capital_loss": [0.0],
+        "hours_per_week": [40.0],
         "native_country": ["Atlantis"],
     }
     probability = artifact.predict_proba(record)

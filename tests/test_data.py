@@ -86,7 +86,9 @@ def test_split_is_stratified_seeded_and_loses_no_row(prepared_run_dir):
     assert prepared.test.height == 16_281
     lines = pl.concat([prepared.train, prepared.validation])["source_line"]
     assert lines.n_unique() == 32_561
-    shares = [f[data.LABEL_COLUMN].mean() for f in (prepared.train, prepared.validation)]
+    shares = [
+        f[data.LABEL_COLUMN].mean() for f in (prepared.train, prepared.validation)
+    ]
     assert abs(shares[0] - shares[1]) < 0.001
     again_train, again_val = data.stratified_split(
         pl.concat([prepared.train, prepared.validation]).sort("source_line"), 0.2, 42
@@ -134,19 +136,35 @@ GOOD_LINE = (
 @pytest.mark.parametrize(
     ("text", "name", "message"),
     [
-        (GOOD_LINE + "\n" + GOOD_LINE.replace("39,", "thirty,", 1) + "\n",
-         "adult.data", r"adult\.data, line 2, column 'age': 'thirty' is not an integer"),
-        (GOOD_LINE + "\n" + GOOD_LINE.rsplit(",", 2)[0] + "\n",
-         "adult.data", r"adult\.data, line 2: 13 fields, expected 15"),
+        (
+            GOOD_LINE + "\n" + GOOD_LINE.replace("39,", "thirty,", 1) + "\n",
+            "adult.data",
+            r"adult\.data, line 2, column 'age': 'thirty' is not an integer",
+        ),
+        (
+            GOOD_LINE + "\n" + GOOD_LINE.rsplit(",", 2)[0] + "\n",
+            "adult.data",
+            r"adult\.data, line 2: 13 fields, expected 15",
+        ),
         (GOOD_LINE + ", extra\n", "adult.data", r"line 1: 16 fields, expected 15"),
-        (GOOD_LINE.replace("<=50K", "maybe") + "\n",
-         "adult.data", r"line 1, column 'income': label 'maybe' is not one of"),
+        (
+            GOOD_LINE.replace("<=50K", "maybe") + "\n",
+            "adult.data",
+            r"line 1, column 'income': label 'maybe' is not one of",
+        ),
         ("", "adult.data", r"adult\.data: the file is empty"),
         ("\n\n", "adult.data", r"adult\.data: the file is empty"),
         (GOOD_LINE + ".\n", "adult.test", r"adult\.test, line 1: expected the banner"),
     ],
-    ids=["non-numeric age", "too few fields", "too many fields", "unexpected label",
-         "empty file", "only blank lines", "test file without banner"],
+    ids=[
+        "non-numeric age",
+        "too few fields",
+        "too many fields",
+        "unexpected label",
+        "empty file",
+        "only blank lines",
+        "test file without banner",
+    ],
 )
 def test_malformed_content_stops_with_file_line_and_column(text, name, message):
     with pytest.raises(data.DataError, match=message):

@@ -53,8 +53,12 @@ def encoder_and_rows(prepared_run_dir):
 def test_network_gives_one_probability_per_row(encoder_and_rows, numeric_embedding):
     encoder, rows = encoder_and_rows
     model = build_tabtransformer(
-        encoder.cardinalities, len(encoder.numeric_columns), n_blocks=1,
-        embedding_dim=16, n_heads=2, numeric_embedding=numeric_embedding,
+        encoder.cardinalities,
+        len(encoder.numeric_columns),
+        n_blocks=1,
+        embedding_dim=16,
+        n_heads=2,
+        numeric_embedding=numeric_embedding,
     )
     output = model.predict(rows, verbose=0)
     assert output.shape == (64, 1)

@@ -14,17 +14,32 @@ from lib.notebook import PROJECT_ROOT
 def test_main_job_runs_every_notebook_into_one_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "lib.pipeline", "--budget", "small", "--run-dir",
-         str(run_dir)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "lib.pipeline",
+            "--budget",
+            "small",
+            "--run-dir",
+            str(run_dir),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"Results are in {run_dir}" in result.stdout
 
     status = json.loads((run_dir / "run_status.json").read_text())
     assert status["status"] == "complete"
-    for name in ("00_infrastructure", "01_preprocessing", "02_tuning", "03_analysis",
-                 "04_deployment"):
+    for name in (
+        "00_infrastructure",
+        "01_preprocessing",
+        "02_tuning",
+        "03_analysis",
+        "04_deployment",
+    ):
         executed = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
         tags = [cell.metadata.get("tags", []) for cell in executed.cells]
         assert ["injected-parameters"] in tags, name
@@ -40,9 +55,20 @@ def test_main_job_runs_every_notebook_into_one_run_folder(tmp_path):
 def test_an_unknown_setting_stops_before_any_notebook_runs(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "lib.pipeline", "--budget", "small", "--run-dir",
-         str(run_dir), "tf_keras.no_such_setting=1"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "lib.pipeline",
+            "--budget",
+            "small",
+            "--run-dir",
+            str(run_dir),
+            "tf_keras.no_such_setting=1",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "no_such_setting" in result.stdout + result.stderr
@@ -55,9 +81,21 @@ def test_a_failing_notebook_is_reported_with_its_cell_and_marks_the_run_failed(
     run_dir = tmp_path / "run"
     # 02_tuning needs the output of 01_preprocessing, which is not there.
     result = subprocess.run(
-        [sys.executable, "-m", "lib.pipeline", "--budget", "small", "--run-dir",
-         str(run_dir), "--notebooks", "02"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lib.pipeline",
+            "--budget",
+            "small",
+            "--run-dir",
+            str(run_dir),
+            "--notebooks",
+            "02",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     output = result.stdout + result.stderr

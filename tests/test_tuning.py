@@ -28,7 +28,9 @@ def run_dir(prepared_run_dir, tmp_path):
 @pytest.mark.slow
 def test_two_trial_study_then_final_model(run_dir):
     settings = load_settings([*FAST, "study.name=smoke"])
-    study = tuning.create_study(settings, storage.create_storage(settings.study, run_dir))
+    study = tuning.create_study(
+        settings, storage.create_storage(settings.study, run_dir)
+    )
     tuning.optimize(settings, study, 2, run_dir)
 
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -53,7 +55,9 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(run_dir):
     settings = load_settings(
         [*FAST, "study.name=failing", "budget.enqueue_defaults=false"]
     )
-    study = tuning.create_study(settings, storage.create_storage(settings.study, run_dir))
+    study = tuning.create_study(
+        settings, storage.create_storage(settings.study, run_dir)
+    )
     calls = []
 
     def objective(trial):
@@ -71,9 +75,12 @@ def test_an_interrupted_study_continues_instead_of_starting_over(run_dir):
     settings = load_settings([*FAST, "study.name=resumed"])
     url = storage.create_storage(settings.study, run_dir)
     first = tuning.create_study(settings, url)
-    first.optimize(lambda trial: trial.suggest_float("learning_rate", 1e-4, 1e-2),
-                   n_trials=1)
-    again = tuning.create_study(settings, storage.create_storage(settings.study, run_dir))
+    first.optimize(
+        lambda trial: trial.suggest_float("learning_rate", 1e-4, 1e-2), n_trials=1
+    )
+    again = tuning.create_study(
+        settings, storage.create_storage(settings.study, run_dir)
+    )
     assert len(again.trials) == 1
     # Defaults are enqueued only into a new study, never again on reload.
     assert not [t for t in again.trials if t.state == optuna.trial.TrialState.WAITING]
@@ -94,6 +101,8 @@ def test_search_space_uses_log_scale_and_conditional_focal_settings():
 
 def test_no_complete_trial_means_no_final_model(run_dir):
     settings = load_settings([*FAST, "study.name=empty"])
-    study = tuning.create_study(settings, storage.create_storage(settings.study, run_dir))
+    study = tuning.create_study(
+        settings, storage.create_storage(settings.study, run_dir)
+    )
     with pytest.raises(RuntimeError, match="has no complete trial"):
         tuning.train_final_model(settings, study, run_dir)
