@@ -9,8 +9,10 @@ Layout::
     saved_model/          a TensorFlow SavedModel export of the same network, for
                           TF Serving or other runtimes (optional, see save_artifact)
 
-Loading checks the manifest before anything runs, and scoring goes through a
-``tf.function`` with a fixed input signature so a request never retraces.
+Loading checks the manifest before anything runs. Scoring goes through one
+XLA-compiled ``tf.function`` with a fixed input signature: rows are padded up to one
+of ``SCORING_BATCH_SIZES`` (larger inputs go in chunks of the largest), so XLA only
+ever compiles those few shapes, and ``warm_up`` compiles them all up front.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ MODEL_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.json"
 MANIFEST_FILE = "manifest.json"
 SAVED_MODEL_DIR = "saved_model"
+# XLA compiles once per input shape; padding to these keeps that to four shapes.
+# A single record is the latency-critical case, so it gets its own size.
+SCORING_BATCH_SIZES = (1, 16, 256, 4096)
 
 
 class ArtifactError(RuntimeError):
@@ -116,14 +121,18 @@ class Artifact:
             tf.TensorSpec((None, n_numeric), tf.float32, name="numeric"),
         ]
 
-        @tf.function(input_signature=signature)
+        # XLA fuses the many small element-wise steps of the transformer; on CPU it
+        # scores several times faster than the plain graph.
+        @tf.function(input_signature=signature, jit_compile=True)
         def score(categorical, numeric):
             outputs = model(
                 {"categorical": categorical, "numeric": numeric}, training=False
             )
             return tf.reshape(outputs, (-1,))
 
-        self._score = score
+        # The concrete function skips tf.function's per-call argument matching,
+        # about a third of the time of a single-record prediction.
+        self._score = score.get_concrete_function()
 
     @property
     def feature_columns(self) -> list[str]:
@@ -145,11 +154,37 @@ class Artifact:
         return self.encoder.encode(columns)
 
     def predict_encoded(self, encoded: Mapping[str, np.ndarray]) -> np.ndarray:
+        categorical = np.asarray(encoded["categorical"], dtype=np.int32)
+        numeric = np.asarray(encoded["numeric"], dtype=np.float32)
+        largest = SCORING_BATCH_SIZES[-1]
+        parts = [
+            self._score_padded(
+                categorical[start : start + largest], numeric[start : start + largest]
+            )
+            for start in range(0, len(categorical), largest)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _score_padded(self, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        count = len(categorical)
+        size = next(size for size in SCORING_BATCH_SIZES if size >= count)
+        if size > count:
+            # Padding rows (index 0, number 0) are scored and dropped; rows do not
+            # interact, so they change nothing for the real ones.
+            categorical = np.pad(categorical, ((0, size - count), (0, 0)))
+            numeric = np.pad(numeric, ((0, size - count), (0, 0)))
         probabilities = self._score(
-            tf.convert_to_tensor(encoded["categorical"], tf.int32),
-            tf.convert_to_tensor(encoded["numeric"], tf.float32),
+            tf.convert_to_tensor(categorical), tf.convert_to_tensor(numeric)
         )
-        return probabilities.numpy().astype(np.float64)
+        return probabilities.numpy()[:count].astype(np.float64)
+
+    def warm_up(self) -> None:
+        """Compile the scoring function for every padded batch size now."""
+        for size in SCORING_BATCH_SIZES:
+            self._score(
+                tf.zeros((size, len(self.encoder.categorical_columns)), tf.int32),
+                tf.zeros((size, len(self.encoder.numeric_columns)), tf.float32),
+            )
 
     def predict_proba(self, columns: Mapping[str, Sequence]) -> np.ndarray:
         return self.predict_encoded(self.encode(columns))

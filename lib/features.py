@@ -25,6 +25,13 @@ MISSING_INDEX = 1
 FIRST_VALUE_INDEX = 2
 
 
+# Scaled numbers are clipped to this many standard deviations. Training data stays
+# within about 10; without a bound, an extreme but finite request value (3.4e38
+# hours a week) overflows float32 inside the periodic embedding and the model
+# answers NaN.
+SCALED_LIMIT = 1000.0
+
+
 @dataclass
 class FeatureEncoder:
     """Everything needed to encode a raw record; stored in the model artifact."""
@@ -92,8 +99,9 @@ class FeatureEncoder:
         )
         means = np.array([self.numeric_means[c] for c in self.numeric_columns])
         stds = np.array([self.numeric_stds[c] for c in self.numeric_columns])
-        numeric = ((numeric - means) / stds).astype(np.float32)
-        return {"categorical": categorical, "numeric": numeric}
+        # Clipped in float64, before float32 could overflow to infinity.
+        numeric = np.clip((numeric - means) / stds, -SCALED_LIMIT, SCALED_LIMIT)
+        return {"categorical": categorical, "numeric": numeric.astype(np.float32)}
 
     def encode_frame(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """Encode a parsed frame (missing categories are nulls there)."""

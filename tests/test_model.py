@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from lib.features import FeatureEncoder
+from lib.features import SCALED_LIMIT, FeatureEncoder
 from lib.model import FocalLoss, build_tabtransformer, focal_loss_value
 from lib.tuning import LOG_SCALED_COLUMNS
 
@@ -87,3 +87,17 @@ def test_unseen_and_missing_categories_get_their_own_indices(encoder_and_rows):
     workclass = encoder.categorical_columns.index("workclass")
     private = encoder.vocabularies["workclass"].index("Private") + 2
     assert encoded["categorical"][:, workclass].tolist() == [0, 1, private]
+
+
+def test_extreme_numbers_are_clipped_before_float32_can_overflow(encoder_and_rows):
+    encoder, _ = encoder_and_rows
+    columns = {c: ["Private"] * 3 for c in encoder.categorical_columns}
+    columns.update({c: [40.0, 40.0, 40.0] for c in encoder.numeric_columns})
+    columns["hours_per_week"] = [3.4e38, -3.4e38, 40.0]
+    encoded = encoder.encode(columns)
+    hours = encoder.numeric_columns.index("hours_per_week")
+    mean = encoder.numeric_means["hours_per_week"]
+    std = encoder.numeric_stds["hours_per_week"]
+    assert encoded["numeric"][:, hours].tolist() == pytest.approx(
+        [SCALED_LIMIT, -SCALED_LIMIT, (40.0 - mean) / std]
+    )

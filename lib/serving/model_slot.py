@@ -136,7 +136,6 @@ def predict_probabilities(
 ) -> np.ndarray:
     """P(income > 50K) per record, in order; RequestError if the model cannot."""
     encoded = artifact.encode(parsed.columns)
-    _check_scaled_numbers(encoded, parsed, artifact.numeric_columns)
     if parsed.count <= batch_size:
         probabilities = artifact.predict_encoded(encoded)
     else:
@@ -170,10 +169,12 @@ class WarmUpError(RuntimeError):
 def warm_up(artifact, schema: RecordSchema, batch_size: int) -> None:
     """Score a known record alone and in a full batch; both must be probabilities.
 
-    The full batch also makes TensorFlow prepare its kernels for that shape, so the
-    first large request is not slower than the rest.
+    Before that, the scoring function is compiled for every batch size it pads
+    to, so no request waits for XLA.
     """
     from lib.serving.parsing import parse_csv_exact
+
+    artifact.warm_up()
 
     try:
         one = parse_csv_exact(WARM_UP_LINE, schema)
@@ -191,25 +192,4 @@ def warm_up(artifact, schema: RecordSchema, batch_size: int) -> None:
         raise WarmUpError(
             "the warm-up record scores differently alone and in a batch "
             f"({single[0]!r} against {repeated[:3]!r}...)"
-        )
-
-
-def _check_scaled_numbers(encoded: dict, parsed: ParsedRecords, numeric_columns):
-    # A number within float32 can still overflow once the encoder has scaled it;
-    # the encoder's "numeric" block is checked so the error can name the field.
-    scaled = encoded.get("numeric")
-    if not isinstance(scaled, np.ndarray) or scaled.shape != (
-        parsed.count,
-        len(numeric_columns),
-    ):
-        return
-    rows, positions = np.nonzero(~np.isfinite(scaled))
-    if rows.size:
-        index, name = int(rows[0]), numeric_columns[int(positions[0])]
-        value = parsed.columns[name][index]
-        raise RequestError(
-            f"record {index}, field {name!r}: {value:g} is too large for the model "
-            "once scaled; send a value in the range of the Adult data",
-            record=index,
-            field=name,
         )
