@@ -405,6 +405,7 @@ DEFAULTS = {
     "max_body_bytes": 6291456,
     "predict_batch_size": 4096,
     "ready_wait_seconds": 60,
+    "body_timeout_seconds": 10,
     "keepalive_seconds": 75,
     "log_level": "INFO",
 }

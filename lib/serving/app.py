@@ -3,13 +3,15 @@
 Every answer is JSON except a CSV prediction: errors are ``{"error": ...}`` plus
 ``record`` and ``field`` (and ``line`` for CSV) when they apply. A request is
 checked in this order: content type (415), ``Accept`` (406), body size (413),
-model loaded (503), then the body itself (400).
+model loaded (503), then the body itself (400). A client that stops sending its
+body for ``body_timeout_seconds`` gets 408 and the connection is closed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 
 import numpy as np
 from flask import Flask, Response, request
@@ -106,7 +108,17 @@ def invoke(slot: ModelSlot, settings: ServingSettings) -> Response:
             f"answers in {' or '.join(media.RESPONSE_TYPES)}",
         )
     try:
-        body, drained = read_body(request.environ, settings.max_body_bytes)
+        body, drained = read_body(
+            request.environ, settings.max_body_bytes, settings.body_timeout_seconds
+        )
+    except TimeoutError:
+        answer = error_response(
+            408,
+            f"no body bytes arrived for {settings.body_timeout_seconds:g} s; "
+            "send the whole body without pausing",
+        )
+        answer.headers["Connection"] = "close"
+        return answer
     except (ParseException, OSError) as error:
         # A malformed chunked body, or a client that hung up mid-body.
         answer = error_response(400, f"the request body cannot be read: {error}")
@@ -135,12 +147,28 @@ def invoke(slot: ModelSlot, settings: ServingSettings) -> Response:
     return prediction_response(probabilities, slot.threshold, response_type)
 
 
-def read_body(environ: dict, limit: int) -> tuple[bytes | None, bool]:
+def read_body(
+    environ: dict, limit: int, idle_timeout: float = 0.0
+) -> tuple[bytes | None, bool]:
     """The request body, or None when it exceeds ``limit`` bytes.
 
     The second value says whether the whole body was read from the connection, so
-    that it can be kept alive.
+    that it can be kept alive. With ``idle_timeout`` > 0, a wait of that many
+    seconds for the next bytes raises TimeoutError: a request thread must not wait
+    forever on a client that stopped sending.
     """
+    connection = environ.get("gunicorn.socket")
+    if not isinstance(connection, socket.socket) or idle_timeout <= 0:
+        return _read_body(environ, limit)
+    previous = connection.gettimeout()
+    connection.settimeout(idle_timeout)
+    try:
+        return _read_body(environ, limit)
+    finally:
+        connection.settimeout(previous)
+
+
+def _read_body(environ: dict, limit: int) -> tuple[bytes | None, bool]:
     stream = environ["wsgi.input"]
     declared = environ.get("CONTENT_LENGTH")
     declared_length = int(declared) if declared and declared.isdigit() else None

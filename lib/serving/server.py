@@ -50,7 +50,7 @@ class ModelServer(BaseApplication):
         # Runs in the worker (preload_app is off), after the post-fork hook.
         from lib.serving.app import create_app
 
-        return create_app(self.slot, self.settings)
+        return close_when_asked(create_app(self.slot, self.settings))
 
     def _post_fork_hook(self):
         def post_fork(server, worker) -> None:
@@ -66,6 +66,32 @@ class ModelServer(BaseApplication):
             self.slot.start_loading()
 
         return post_fork
+
+
+def close_when_asked(app):
+    """Honour an application's ``Connection: close`` under gunicorn.
+
+    gunicorn drops hop-by-hop headers from the application's answer and decides
+    keep-alive itself, so an answer given before the body was read whole (413, 408,
+    an unreadable body) would leave the rest of that body on a kept-alive
+    connection. gunicorn's ``start_response`` is a method of its response object,
+    whose ``force_close`` makes it close after the answer instead.
+    """
+
+    def application(environ, start_response):
+        def start(status, headers, exc_info=None):
+            asks_to_close = any(
+                name.lower() == "connection" and value.lower() == "close"
+                for name, value in headers
+            )
+            gunicorn_response = getattr(start_response, "__self__", None)
+            if asks_to_close and hasattr(gunicorn_response, "force_close"):
+                gunicorn_response.force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return application
 
 
 def gunicorn_options(settings: ServingSettings, post_fork) -> dict:

@@ -17,6 +17,7 @@ variable                          setting               default
 ``MODEL_SERVER_MAX_BODY_BYTES``   ``max_body_bytes``    6291456 (6 MB)
 ``MODEL_SERVER_BATCH_SIZE``       ``predict_batch_size``  4096 rows per model call
 ``MODEL_SERVER_READY_WAIT``       ``ready_wait_seconds``  60
+``MODEL_SERVER_BODY_TIMEOUT``     ``body_timeout_seconds``  10
 ``MODEL_SERVER_KEEPALIVE``        ``keepalive_seconds``   75
 ``MODEL_SERVER_LOG_LEVEL``        ``log_level``         INFO
 ================================  ====================  =============================
@@ -44,6 +45,7 @@ ENVIRONMENT_VARIABLES = {
     "max_body_bytes": "MODEL_SERVER_MAX_BODY_BYTES",
     "predict_batch_size": "MODEL_SERVER_BATCH_SIZE",
     "ready_wait_seconds": "MODEL_SERVER_READY_WAIT",
+    "body_timeout_seconds": "MODEL_SERVER_BODY_TIMEOUT",
     "keepalive_seconds": "MODEL_SERVER_KEEPALIVE",
     "log_level": "MODEL_SERVER_LOG_LEVEL",
 }
@@ -81,6 +83,7 @@ class ServingSettings:
     max_body_bytes: int
     predict_batch_size: int
     ready_wait_seconds: float
+    body_timeout_seconds: float
     keepalive_seconds: int
     log_level: str
 
@@ -136,6 +139,7 @@ def resolve_serving_settings(
         "max_body_bytes": _whole(raw, "max_body_bytes"),
         "predict_batch_size": _whole(raw, "predict_batch_size"),
         "ready_wait_seconds": _seconds(raw, "ready_wait_seconds"),
+        "body_timeout_seconds": _seconds(raw, "body_timeout_seconds"),
         "keepalive_seconds": int(_seconds(raw, "keepalive_seconds")),
         "log_level": _log_level(raw),
     }
