@@ -43,8 +43,19 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 def compile_model(
-    model: keras.Model, hyperparameters: Mapping, decay_steps: int | None = None
+    model: keras.Model,
+    hyperparameters: Mapping,
+    decay_steps: int | None = None,
+    *,
+    jit_compile: bool = False,
 ) -> None:
+    """Optimiser and loss from the hyperparameters; XLA when ``jit_compile``.
+
+    XLA fuses the transformer's many small element-wise steps, so an epoch of the
+    default model takes about a fifth less CPU time, but compiling costs several
+    seconds per model. Tuning trains many short-lived models, so it is off by
+    default (``tf_keras.jit_compile``; benchmarks/README.md has the figures).
+    """
     model.compile(
         optimizer=make_optimizer(
             hyperparameters["learning_rate"],
@@ -60,7 +71,7 @@ def compile_model(
             hyperparameters["focal_alpha"],
             hyperparameters["focal_gamma"],
         ),
-        jit_compile=False,
+        jit_compile=jit_compile,
     )
 
 
@@ -178,6 +189,7 @@ def build_and_compile(
     n_rows: int | None = None,
     batch_size: int | None = None,
     schedule_epochs: int | None = None,
+    jit_compile: bool = False,
 ) -> keras.Model:
     """Build and compile; the learning-rate schedule spans ``schedule_epochs``.
 
@@ -192,7 +204,7 @@ def build_and_compile(
     decay_steps = None
     if n_rows and batch_size and schedule_epochs:
         decay_steps = -(-n_rows // batch_size) * schedule_epochs
-    compile_model(model, hyperparameters, decay_steps)
+    compile_model(model, hyperparameters, decay_steps, jit_compile=jit_compile)
     return model
 
 

@@ -130,6 +130,7 @@ class Objective:
             n_rows=len(self.train.labels),
             batch_size=settings.tf_keras.batch_size,
             schedule_epochs=epochs,
+            jit_compile=settings.tf_keras.jit_compile,
         )
 
         def report(epoch: int, score: float) -> None:
@@ -274,6 +275,7 @@ def train_final_model(
         n_rows=train_full.height,
         batch_size=settings.tf_keras.batch_size,
         schedule_epochs=int(record.get("planned_epochs", epochs)),
+        jit_compile=settings.tf_keras.jit_compile,
     )
     started = time.perf_counter()
     training.fit(

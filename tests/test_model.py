@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lib.features import SCALED_LIMIT, FeatureEncoder
-from lib.model import FocalLoss, build_tabtransformer, focal_loss_value
+from lib.model import FocalLoss, HashDropout, build_tabtransformer, focal_loss_value
 from lib.tuning import LOG_SCALED_COLUMNS
 
 
@@ -100,4 +100,46 @@ def test_extreme_numbers_are_clipped_before_float32_can_overflow(encoder_and_row
     std = encoder.numeric_stds["hours_per_week"]
     assert encoded["numeric"][:, hours].tolist() == pytest.approx(
         [SCALED_LIMIT, -SCALED_LIMIT, (40.0 - mean) / std]
+    )
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_hash_dropout_drops_the_rate_and_keeps_the_expectation(rate):
+    layer = HashDropout(rate, seed=3)
+    ones = np.ones((512, 13, 128), dtype="float32")
+    first = keras.ops.convert_to_numpy(layer(ones, training=True))
+    second = keras.ops.convert_to_numpy(layer(ones, training=True))
+
+    dropped = first == 0.0
+    # 852,000 draws: the dropped share is within 0.3 percentage points of the rate.
+    assert abs(dropped.mean() - rate) < 0.003
+    np.testing.assert_allclose(first[~dropped], 1.0 / (1.0 - rate), rtol=1e-6)
+    assert abs(first.mean() - 1.0) < 0.01
+    # A new mask on every call, not correlated with the last one.
+    both = np.logical_and(dropped, second == 0.0).mean()
+    assert abs(both - rate * rate) < 0.003
+    # Neighbouring elements are not dropped together more than chance.
+    neighbours = np.logical_and(dropped[..., 1:], dropped[..., :-1]).mean()
+    assert abs(neighbours - rate * rate) < 0.003
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer(ones, training=False)), ones
+    )
+
+
+def test_hash_dropout_survives_saving(tmp_path, encoder_and_rows):
+    encoder, rows = encoder_and_rows
+    model = build_tabtransformer(
+        encoder.cardinalities,
+        len(encoder.numeric_columns),
+        n_blocks=1,
+        attention_dropout=0.2,
+        feedforward_dropout=0.2,
+    )
+    assert any(isinstance(layer, HashDropout) for layer in model.layers)
+    attention = model.get_layer("block0_attention")
+    assert isinstance(attention._dropout_layer, HashDropout)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(
+        loaded.predict(rows, verbose=0), model.predict(rows, verbose=0), atol=1e-6
     )
