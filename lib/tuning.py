@@ -79,6 +79,14 @@ def _suggest(trial: optuna.Trial, name: str, spec: Mapping):
     raise ValueError(f"search_space.{name}: unknown type {kind!r}")
 
 
+
+def objective_label(objective: str) -> str:
+    """How the study's values are named in logs, plots and the model card."""
+    if objective == "log_loss":
+        return "validation log loss, negated (higher is better)"
+    return f"validation {objective}"
+
+
 def create_study(settings: DictConfig, storage) -> optuna.Study:
     """Create the study, or load it so an interrupted search continues."""
     sampler = optuna.samplers.TPESampler(
@@ -95,7 +103,7 @@ def create_study(settings: DictConfig, storage) -> optuna.Study:
         direction="maximize",
         load_if_exists=True,
     )
-    study.set_user_attr("objective", f"validation {settings.study.objective}")
+    study.set_user_attr("objective", objective_label(settings.study.objective))
     if settings.budget.enqueue_defaults and not study.trials:
         defaults = OmegaConf.to_container(settings.tf_keras.hyperparameters)
         searched = settings.tf_keras.search_space.keys()

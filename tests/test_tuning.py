@@ -37,7 +37,10 @@ def test_two_trial_study_then_final_model(run_dir):
     assert len(complete) == 2
     first = study.trials[0]
     assert first.params["learning_rate"] == 0.001  # the enqueued defaults
-    assert 0.5 < first.value <= 1.0
+    # The negated validation log loss: better than always answering the base rate
+    # (0.55 for 24% positives), and no better than a real model can be.
+    assert -0.55 < first.value < -0.25
+    assert study.user_attrs["objective"].startswith("validation log loss")
     assert 1 <= first.user_attrs["best_epoch"] <= 2
     assert sorted(first.intermediate_values) == [1, 2]  # reported every epoch
 
