@@ -43,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from recorded_paths import describe_path  # noqa: E402
 
 from lib.serving.local import start_local_server  # noqa: E402
 from tests.test_robustness_serving import (  # noqa: E402
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
         "server": {"workers": WORKERS, "threads_per_worker": 4},
-        "model_dir": str(model_dir),
+        "model_dir": describe_path(model_dir),
         "fuzz": fuzz,
         "load": load,
     }

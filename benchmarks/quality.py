@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from recorded_paths import describe_command, describe_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "quality.json"
@@ -414,7 +415,7 @@ def run_benchmark(arguments) -> dict:
     summary = summarise_seeds(per_seed)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "benchmarks/quality.py " + " ".join(sys.argv[1:]),
+        "command": describe_command("benchmarks/quality.py", sys.argv[1:]),
         "machine": {
             "cpu_cores": os.cpu_count(),
             "platform": platform.platform(),
@@ -432,7 +433,7 @@ def run_benchmark(arguments) -> dict:
             "validation_rows_for_early_stopping": len(split["validation"].labels),
             "test_rows": len(test["arrays"].labels),
             "fnlwgt": settings.data.fnlwgt,
-            "run_dir": str(run_dir) if run_dir else None,
+            "run_dir": describe_path(run_dir),
         },
         "tabtransformer": {
             "configuration": configuration,

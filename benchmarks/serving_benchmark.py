@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from recorded_paths import describe_path
 
 from lib.serving.local import LocalServer, find_free_port, start_local_server
 
@@ -257,14 +258,6 @@ def measure_ours(arguments, worker_class: str, lines, body, log_dir: Path) -> di
         }
 
 
-def describe_model_dir(model_dir: Path) -> str:
-    # Only paths inside the project are recorded: the figures are committed.
-    try:
-        return str(model_dir.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return "(outside the project)"
-
-
 def best_batch_rate(measured: dict) -> int:
     return max(
         measured["batch_one_client"]["rows_per_second"],
@@ -282,7 +275,7 @@ def benchmark(arguments) -> dict:
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
         },
-        "model_dir": describe_model_dir(arguments.model_dir),
+        "model_dir": describe_path(arguments.model_dir),
         "test_rows": len(lines),
     }
     manifest = json.loads((arguments.model_dir / "manifest.json").read_text())
