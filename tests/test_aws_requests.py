@@ -89,7 +89,7 @@ def test_tuning_job_request_carries_exactly_the_settings():
             "seed": "42",
             "data.validation_fraction": "0.2",
             "data.fnlwgt": "drop",
-            "study.objective": "roc_auc",
+            "study.objective": "log_loss",
             "threshold.policy": "max_f1",
             "threshold.cost_ratio": "1.0",
             "budget.n_trials": "2",
