@@ -49,16 +49,20 @@ def encoder_and_rows(prepared_run_dir):
     return encoder, encoder.encode_frame(prepared.validation.head(64))
 
 
-@pytest.mark.parametrize("numeric_embedding", ["periodic", "none"])
-def test_network_gives_one_probability_per_row(encoder_and_rows, numeric_embedding):
-    encoder, rows = encoder_and_rows
-    model = build_tabtransformer(
+def one_block_model(encoder, **hyperparameters):
+    return build_tabtransformer(
         encoder.cardinalities,
         len(encoder.numeric_columns),
         n_blocks=1,
-        embedding_dim=16,
-        n_heads=2,
-        numeric_embedding=numeric_embedding,
+        **hyperparameters,
+    )
+
+
+@pytest.mark.parametrize("numeric_embedding", ["periodic", "none"])
+def test_network_gives_one_probability_per_row(encoder_and_rows, numeric_embedding):
+    encoder, rows = encoder_and_rows
+    model = one_block_model(
+        encoder, embedding_dim=16, n_heads=2, numeric_embedding=numeric_embedding
     )
     output = model.predict(rows, verbose=0)
     assert output.shape == (64, 1)
@@ -128,13 +132,7 @@ def test_hash_dropout_drops_the_rate_and_keeps_the_expectation(rate):
 
 def test_hash_dropout_survives_saving(tmp_path, encoder_and_rows):
     encoder, rows = encoder_and_rows
-    model = build_tabtransformer(
-        encoder.cardinalities,
-        len(encoder.numeric_columns),
-        n_blocks=1,
-        attention_dropout=0.2,
-        feedforward_dropout=0.2,
-    )
+    model = one_block_model(encoder, attention_dropout=0.2, feedforward_dropout=0.2)
     assert any(isinstance(layer, HashDropout) for layer in model.layers)
     attention = model.get_layer("block0_attention")
     assert isinstance(attention._dropout_layer, HashDropout)
