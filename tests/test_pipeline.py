@@ -2,10 +2,10 @@
 
 import json
 import subprocess
-import sys
 
 import nbformat
 import pytest
+from pipeline_runs import main_job_command
 
 from lib.notebook import PROJECT_ROOT
 
@@ -14,15 +14,7 @@ from lib.notebook import PROJECT_ROOT
 def test_main_job_runs_every_notebook_into_one_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lib.pipeline",
-            "--budget",
-            "small",
-            "--run-dir",
-            str(run_dir),
-        ],
+        main_job_command(run_dir),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -55,16 +47,10 @@ def test_main_job_runs_every_notebook_into_one_run_folder(tmp_path):
 def test_an_unknown_setting_stops_before_any_notebook_runs(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lib.pipeline",
-            "--budget",
-            "small",
-            "--run-dir",
-            str(run_dir),
+        main_job_command(
+            run_dir,
             "tf_keras.no_such_setting=1",
-        ],
+        ),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -81,17 +67,11 @@ def test_a_failing_notebook_is_reported_with_its_cell_and_marks_the_run_failed(
     run_dir = tmp_path / "run"
     # 02_tuning needs the output of 01_preprocessing, which is not there.
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lib.pipeline",
-            "--budget",
-            "small",
-            "--run-dir",
-            str(run_dir),
+        main_job_command(
+            run_dir,
             "--notebooks",
             "02",
-        ],
+        ),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -14,11 +14,11 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pipeline_runs import main_job_command
 
 from lib import data
 from lib.config import format_override, load_settings
@@ -188,20 +188,14 @@ def test_a_failed_rerun_does_not_leave_the_previous_ledger(prepared_run_dir, tmp
 def run_main_job(run_dir: Path, source: Path) -> subprocess.CompletedProcess:
     # Overrides go before --notebooks: after it, argparse takes them as notebooks.
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lib.pipeline",
-            "--budget",
-            "small",
-            "--run-dir",
-            str(run_dir),
+        main_job_command(
+            run_dir,
             "data.source=path",
             format_override("data.path", str(source)),
             "--notebooks",
             "00",
             "01",
-        ],
+        ),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

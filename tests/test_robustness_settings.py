@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from pipeline_runs import main_job_command
 
 from lib.aws.common import AwsModeError
 from lib.aws.training import build_training_job_request, check_training_settings
@@ -41,19 +41,13 @@ def run_main_job(run_dir: Path, *arguments: str, timeout: float = 600):
     """Run the main job on notebooks 00 and 01; return the result and seconds."""
     started = time.monotonic()
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lib.pipeline",
-            "--budget",
-            "small",
-            "--run-dir",
-            str(run_dir),
+        main_job_command(
+            run_dir,
             *arguments,
             "--notebooks",
             "00",
             "01",
-        ],
+        ),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

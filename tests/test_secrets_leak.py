@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import traceback
 import uuid
 from pathlib import Path
@@ -26,6 +25,7 @@ import boto3
 import pytest
 import sqlalchemy
 from optuna_objectives import temporary_mysql_database, temporary_mysql_user
+from pipeline_runs import main_job_command
 from sqlalchemy.engine import URL, make_url
 
 from lib.config import format_override, load_settings
@@ -82,14 +82,8 @@ def canary_url(user: str, database: str) -> str:
 
 def run_tuning(run_dir: Path, overrides: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lib.pipeline",
-            "--budget",
-            "small",
-            "--run-dir",
-            str(run_dir),
+        main_job_command(
+            run_dir,
             "--study-name",
             "leak-check",
             *TINY_RUN,
@@ -98,7 +92,7 @@ def run_tuning(run_dir: Path, overrides: list[str]) -> subprocess.CompletedProce
             "00",
             "01",
             "02",
-        ],
+        ),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
