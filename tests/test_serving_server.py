@@ -69,7 +69,9 @@ def ping_status(url: str) -> int:
     # Generous: while a worker loads TensorFlow's libraries it cannot answer at all.
     try:
         return requests.get(f"{url}/ping", timeout=60).status_code
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        # No answer, or one cut off by a server that is exiting (a broken artifact
+        # stops the whole server, whatever its workers were writing).
         return 0
 
 
